@@ -1,0 +1,1 @@
+"""Helpers for the infra tests: locate kubectl, build Kustomize overlays, walk rendered objects."""
