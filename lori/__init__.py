@@ -24,7 +24,15 @@ from .merge import (
     subspace_overlap,
     sum_merge,
 )
+from .peft_export import export_peft, export_peft_bytes, peft_state
 from .projection import Segment, digest_of, projection, projection_digest, stacked_projection
+from .serialization import (
+    AdapterFormatError,
+    adapter_from_bytes,
+    adapter_to_bytes,
+    load_adapter,
+    save_adapter,
+)
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -66,4 +74,12 @@ __all__ = [
     "sum_merge",
     "task_arithmetic",
     "ties_merge",
+    "AdapterFormatError",
+    "adapter_from_bytes",
+    "adapter_to_bytes",
+    "export_peft",
+    "export_peft_bytes",
+    "load_adapter",
+    "peft_state",
+    "save_adapter",
 ]
