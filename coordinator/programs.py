@@ -144,6 +144,18 @@ def _ts(iso_text: str | None) -> float:
         return 0.0
 
 
+def _consumed(ctx: JobContext, schedule: str) -> set[str]:
+    out: set[str] = set()
+    cursor = None
+    while True:
+        jobs, cursor = ctx.state.list_jobs(states=[JobState.SUCCEEDED], kind=JobKind.SCHEDULED, task=schedule,
+                                           limit=500, cursor=cursor)
+        for j in jobs:
+            out.update(j.result.get("inputs") or [])
+        if cursor is None:
+            return out
+
+
 def run_scheduled(ctx: JobContext) -> dict:
     s = ctx.spec  # {"schedule", "family", "mode", "method", "spec", "gate", "pointer", "since", "until"}
     family, pointer, gate = s["family"], s["pointer"], s["gate"]
@@ -156,13 +168,15 @@ def run_scheduled(ctx: JobContext) -> dict:
         return out
 
     def pick() -> dict:
+        # "Published since the last run": not consumed by an earlier successful run of this
+        # schedule, and published before this run started (the job's creation time).
+        consumed = _consumed(ctx, s["schedule"])
         recs = ctx.registry.list(family=family)
         new = [r.adapter_id for r in recs
-               if r.adapter_id != prod and since < _ts(r.created_at) <= until
-               and not (r.kind or "").startswith("merge") and r.manifest.get("schedule") is None]
+               if r.adapter_id != prod and r.adapter_id not in consumed
+               and _ts(r.created_at) <= ctx.job.created_at and not (r.kind or "").startswith("merge")]
         return {"ids": sorted(new)}
 
-    since, until = float(s.get("since") or 0.0), float(s["until"])
     new_ids = ctx.memo("select", pick)["ids"]
     if not new_ids:
         ctx.log("no adapter published since the last run; nothing to do")
