@@ -78,7 +78,7 @@ def evaluate_tasks(ctx: JobContext, label: str, adapter_id: str, datasets: dict[
 
 def gate_decision(gate: dict, before: dict[str, dict], after: dict[str, dict]) -> dict:
     metric = gate.get("metric") or "exact_match"
-    drops = {t: float(before[t].get(metric, 0.0)) - float(after.get(t, {}).get(metric, 0.0)) for t in before}
+    drops = {t: float(before[t].get(metric) or 0.0) - float(after.get(t, {}).get(metric) or 0.0) for t in before}
     failed = sorted(t for t, d in drops.items() if d > gate.get("max_drop", 0.0) + 1e-12)
     return {"enabled": bool(gate.get("enabled")), "metric": metric, "max_drop": gate.get("max_drop", 0.0),
             "drops": drops, "passed": not failed, "failed_tasks": failed}

@@ -194,6 +194,18 @@ class CoordinatorService:
         page = recs[start:start + size]
         return page, (_encode_token(start + size) if start + size < len(recs) else "")
 
+    def pointer_map(self, recs: list[AdapterRecord]) -> dict[str, list[str]]:
+        """adapter id -> names of the pointers targeting it (over the families of `recs`)."""
+        out: dict[str, list[str]] = {}
+        for family in sorted({r.family for r in recs}):
+            try:
+                ptrs = self.registry.pointers(family)
+            except ValueError:
+                continue
+            for name, aid in sorted(ptrs.items()):
+                out.setdefault(aid, []).append(name)
+        return out
+
     def pointers_of(self, rec: AdapterRecord) -> list[str]:
         try:
             return sorted(n for n, a in self.registry.pointers(rec.family).items() if a == rec.adapter_id)

@@ -137,7 +137,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     @_unary
     def ListAdapters(self, request, context):
         recs, token = self.svc.list_adapters(request.family, request.task, request.page_size, request.page_token)
-        return pb.ListAdaptersResponse(adapters=[serde.adapter_pb(r) for r in recs], next_page_token=token)
+        ptrs = self.svc.pointer_map(recs)
+        return pb.ListAdaptersResponse(adapters=[serde.adapter_pb(r, pointers=ptrs.get(r.adapter_id, []))
+                                                 for r in recs], next_page_token=token)
 
     @_unary
     def GetAdapter(self, request, context):
