@@ -15,6 +15,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -185,27 +186,85 @@ class S3Store(Store):
 
         self._call("put_object", put, key)
 
-    def _read_into(self, full: str, sink: Callable[[bytes], object]) -> dict[str, str]:
-        resp = self._client.get_object(self.bucket, full)
+    def _open(self, full: str, offset: int, length: int, etag: str | None):  # noqa: ANN202
+        """Start a ranged GET (headers read, body not yet); `If-Match` pins it to `etag`."""
+        headers = {"If-Match": f'"{etag}"'} if etag else None
         try:
-            for chunk in resp.stream(_CHUNK):
-                sink(chunk)
-            return dict(resp.headers)
+            return self._client.get_object(self.bucket, full, offset=offset, length=length,
+                                           request_headers=headers)
+        except S3Error as exc:
+            if exc.code != "InvalidRange" or offset:
+                raise
+            return self._client.get_object(self.bucket, full)  # empty object: no range to ask
+
+    @staticmethod
+    def _body(resp) -> list[bytes]:  # noqa: ANN001
+        """Read a response body completely (urllib3 enforces Content-Length), then release it."""
+        try:
+            return list(resp.stream(_CHUNK))
         finally:
             resp.close()
             resp.release_conn()
 
+    def _fetch(self, full: str, offset: int, length: int, etag: str) -> list[bytes]:
+        return self._body(self._open(full, offset, length, etag))
+
+    def _download(self, key: str, full: str, alloc: Callable[[int], None],
+                  deliver: Callable[[int, list[bytes]], None]) -> str:
+        """Fetch an object as parallel ranged GETs of `part_size` bytes; return its ETag.
+
+        The first GET's headers give the size and ETag; the other ranges start at once, pinned
+        to that ETag with `If-Match`, so an object replaced mid-read is detected (412) and the
+        read restarts instead of mixing two versions. Each range is retried on its own and
+        handed to `deliver(offset, chunks)` only when complete.
+        """
+        part = self.config.part_size
+        for _ in range(3):
+            resp = self._call("get_object", lambda: self._open(full, 0, part, None), key)
+            pool: ThreadPoolExecutor | None = None
+            try:
+                hdr = {k.lower(): v for k, v in resp.headers.items()}
+                etag = hdr.get("etag", "").strip('"')
+                if resp.status == 206:
+                    total = int(hdr["content-range"].rsplit("/", 1)[1])
+                else:
+                    total = int(hdr.get("content-length", 0))
+                alloc(total)
+                ranges = [(o, min(part, total - o)) for o in range(part, total, part)] \
+                    if resp.status == 206 else []
+                pool = ThreadPoolExecutor(max_workers=min(self.config.parallel, len(ranges))) if ranges else None
+                futures = [(o, pool.submit(self._call, "get_object",
+                                           (lambda o=o, n=n, e=etag: self._fetch(full, o, n, e)), key))
+                           for o, n in ranges] if pool else []
+                try:
+                    first = self._body(resp)
+                except Exception as exc:  # noqa: BLE001 - transient failure of the first body only
+                    if not _is_transient(exc):
+                        raise
+                    first = self._call("get_object", lambda e=etag: self._fetch(full, 0, part, e), key)
+            except BaseException:
+                resp.close()
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            try:
+                deliver(0, first)
+                for o, f in futures:
+                    deliver(o, f.result())
+                return etag
+            except ConflictError:
+                continue  # replaced while we read it: start over on the new version
+            finally:
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+        raise StoreError(f"object {key!r} in {self.url} kept changing while being read")
+
     def read_versioned(self, key: str) -> tuple[bytes, str]:
         full = self._full(key)
         self._ensure_bucket()
-
-        def get() -> tuple[bytes, str]:
-            buf = bytearray()
-            headers = self._read_into(full, buf.extend)
-            etag = {k.lower(): v for k, v in headers.items()}.get("etag", "")
-            return bytes(buf), etag.strip('"')
-
-        return self._call("get_object", get, key)
+        ranges: dict[int, list[bytes]] = {}
+        etag = self._download(key, full, lambda n: ranges.clear(), ranges.__setitem__)
+        return b"".join(c for o in sorted(ranges) for c in ranges[o]), etag  # one copy
 
     def get_bytes(self, key: str) -> bytes:
         return self.read_versioned(key)[0]
@@ -216,15 +275,22 @@ class S3Store(Store):
         dest = Path(path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        os.close(fd)
         try:
-            def get() -> None:
-                with open(name, "wb") as out:
-                    self._read_into(full, out.write)
+            def deliver(offset: int, chunks: list[bytes]) -> None:
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        n = os.pwrite(fd, view, offset)
+                        offset, view = offset + n, view[n:]
 
-            self._call("get_object", get, key)
+            self._download(key, full, lambda n: os.ftruncate(fd, n), deliver)
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
             os.replace(name, dest)
         finally:
+            if fd >= 0:
+                os.close(fd)
             Path(name).unlink(missing_ok=True)
 
     def exists(self, key: str) -> bool:

@@ -55,8 +55,8 @@ class S3Config:
     access_key: str | None = field(default=None, repr=False)
     secret_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
-    part_size: int = 16 * MIB
-    parallel: int = 4
+    part_size: int = 8 * MIB
+    parallel: int = 8
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     create_bucket: bool = True
     cert_check: bool = True
