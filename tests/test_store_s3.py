@@ -220,3 +220,19 @@ def test_credentials_from_environment(seaweed, monkeypatch):
         monkeypatch.setenv(k, v)
     store = open_store("s3://env-creds/")  # endpoint and credentials both from AWS_* variables
     assert store.get_bytes("k") == b"minio-env"
+
+
+def test_bench_smoke(seaweed, monkeypatch, capsys):
+    """bench/store.py runs end to end and ends with one JSON object holding both ratios."""
+    import importlib.util
+    from pathlib import Path
+
+    for k, v in seaweed.env().items():
+        monkeypatch.setenv(k, v)
+    path = Path(__file__).resolve().parents[1] / "bench" / "store.py"
+    spec = importlib.util.spec_from_file_location("bench_store", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--endpoint", seaweed.endpoint, "--size-mb", "6", "--reps", "1", "--json"]) == 0
+    fig = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert fig["upload_ratio_vs_boto3"] > 0 and fig["download_ratio_vs_boto3"] > 0

@@ -56,7 +56,7 @@ class S3Config:
     secret_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
     part_size: int = 8 * MIB
-    parallel: int = 8
+    parallel: int = 10
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     create_bucket: bool = True
     cert_check: bool = True
