@@ -200,14 +200,15 @@ class Engine:
             raise FailedPrecondition("the coordinator is shutting down")
         job = Job(job_id=job_id or new_job_id(kind), kind=kind, spec=spec, family=family, task=task,
                   request_id=request_id)
-        stored, created = self.state.create_job(job)
+        stored, created = self.state.create_job(job, initial_event=True)
         if not created:
             return stored
-        self.append_event(job.job_id, "state", state=JobState.QUEUED)
+        with self._events_cv:
+            self._events_cv.notify_all()
         with self._cv:
             self._queue.append(job.job_id)
             self._cv.notify()
-        return self.state.get_job(job.job_id)
+        return stored
 
     def cancel(self, job_id: str, wait_s: float = 2.0) -> Job:
         job = self.state.get_job(job_id)  # NotFound

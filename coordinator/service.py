@@ -80,15 +80,17 @@ class CoordinatorService:
         self.registry: Registry = engine.registry
         self.max_dataset_bytes = max_dataset_bytes
         self.export_root = Path(export_root).resolve() if export_root else None
+        self._known_datasets: set[str] = set()
 
     # -- jobs ------------------------------------------------------------------------------
     def _require_dataset(self, field: str, name: str) -> None:
-        if not name:
+        if not name or name in self._known_datasets:  # datasets are immutable once uploaded
             return
         try:
             read_dataset_manifest(self.store, name)
         except DatasetNotFound:
             raise NotFound(f"dataset {name!r} ({field}) not found; upload it first") from None
+        self._known_datasets.add(name)
 
     def submit_task(self, spec: object, request_id: object = "") -> Job:
         rid = validate_request_id(request_id)

@@ -15,8 +15,9 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 
-from worker.store import Registry, Store, read_adapter_blob
+from worker.store import Registry, Store, publish_adapter, read_adapter_blob, read_manifest
 from worker.store.publish import AdapterNotFound
 
 from .base import ExecResult, ExecStatus, Executor
@@ -106,9 +107,9 @@ class SimulatedExecutor(Executor):
         if spec["task"] in self.fail_tasks:
             raise RuntimeError(f"simulated failure of task {spec['task']!r}")
         try:
-            m = self.registry.get(exec_id)
-            if m.job_id == exec_id:
-                return ExecResult(exec_id, dict(m.metrics), extra={"already_published": True})
+            m = read_manifest(self.store, exec_id)
+            if m.get("job_id") == exec_id:
+                return ExecResult(exec_id, dict(m.get("metrics") or {}), extra={"already_published": True})
         except AdapterNotFound:
             pass
         prefix = f"jobs/{exec_id}/checkpoints/"
@@ -135,7 +136,8 @@ class SimulatedExecutor(Executor):
                     "job_id": exec_id, "metrics": metrics, "digest": adapter.digest,
                     "parents": [payload["base_adapter_id"]] if base is not None else [],
                     "dataset": spec.get("dataset"), "resumed_from": start}
-        self.registry.publish(exec_id, {"adapter.safetensors": adapter_to_bytes(adapter)}, manifest)
+        manifest["created_at"] = datetime.now(timezone.utc).isoformat()
+        publish_adapter(self.store, exec_id, {"adapter.safetensors": adapter_to_bytes(adapter)}, manifest)
         with self._lock:
             self.publish_count[exec_id] = self.publish_count.get(exec_id, 0) + 1
         return ExecResult(exec_id, metrics, extra={"resumed_from": start})

@@ -23,9 +23,11 @@ class StateStore(ABC):
 
     # -- jobs ------------------------------------------------------------------------------
     @abstractmethod
-    def create_job(self, job: Job) -> tuple[Job, bool]:
+    def create_job(self, job: Job, *, initial_event: bool = False) -> tuple[Job, bool]:
         """Insert `job`; return (stored job, created). With a `request_id` already used, return
-        the existing job and False. A duplicate `job_id` raises `AlreadyExists`."""
+        the existing job and False. A duplicate `job_id` raises `AlreadyExists`. With
+        `initial_event`, the job's first event (a "state" event of its state) is written in the
+        same transaction."""
 
     @abstractmethod
     def get_job(self, job_id: str) -> Job:

@@ -40,7 +40,7 @@ class MemoryState(StateStore):
         if "updated_at" not in fields:
             job.updated_at = now()
 
-    def create_job(self, job: Job) -> tuple[Job, bool]:
+    def create_job(self, job: Job, *, initial_event: bool = False) -> tuple[Job, bool]:
         with self._lock:
             if job.request_id and job.request_id in self._requests:
                 return copy.deepcopy(self._job(self._requests[job.request_id])), False
@@ -49,6 +49,11 @@ class MemoryState(StateStore):
             self._seq += 1
             self._jobs[job.job_id] = (self._seq, copy.deepcopy(job))
             self._events[job.job_id] = []
+            if initial_event:
+                stored = self._jobs[job.job_id][1]
+                stored.event_count = 1
+                self._events[job.job_id].append(JobEvent(job.job_id, 0, job.created_at, "state", job.state))
+                job = stored
             if job.request_id:
                 self._requests[job.request_id] = job.job_id
             return copy.deepcopy(job), True

@@ -7,6 +7,7 @@ last ones). Every method is one transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -165,7 +166,9 @@ class SqliteState(StateStore):
             raise NotFound(f"job {job_id!r} not found")
 
     # -- jobs ------------------------------------------------------------------------------
-    def create_job(self, job: Job) -> tuple[Job, bool]:
+    def create_job(self, job: Job, *, initial_event: bool = False) -> tuple[Job, bool]:
+        if initial_event:
+            job = dataclasses.replace(job, event_count=1)
         with self._tx() as db:
             if job.request_id:
                 row = db.execute(f"SELECT {','.join(_JOB_COLS)} FROM jobs WHERE request_id=?",
@@ -178,6 +181,9 @@ class SqliteState(StateStore):
                            list(row.values()))
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"job {job.job_id!r} already exists") from None
+            if initial_event:
+                db.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?)",
+                           (job.job_id, 0, job.created_at, "state", job.state.value, None, ""))
             return job, True
 
     def get_job(self, job_id: str) -> Job:
