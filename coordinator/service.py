@@ -92,9 +92,20 @@ class CoordinatorService:
             raise NotFound(f"dataset {name!r} ({field}) not found; upload it first") from None
         self._known_datasets.add(name)
 
+    @staticmethod
+    def _check_recipe(spec: dict, field: str = "spec") -> None:
+        """The worker's own validation (RecipeConfig / LoriConfig), surfaced at submit time."""
+        from .executors.ray_worker import recipe_config
+
+        try:
+            recipe_config(spec)
+        except ValueError as exc:
+            raise InvalidArgument(field, str(exc)) from None
+
     def submit_task(self, spec: object, request_id: object = "") -> Job:
         rid = validate_request_id(request_id)
         spec = validate_task_spec(spec)
+        self._check_recipe(spec)
         self._require_dataset("spec.dataset", spec["dataset"])
         self._require_dataset("spec.eval_dataset", spec["eval_dataset"])
         return self.engine.submit(JobKind.TRAIN, spec, family=spec["family"], task=spec["task"], request_id=rid)
@@ -102,6 +113,7 @@ class CoordinatorService:
     def submit_federated(self, req: dict) -> Job:
         rid = validate_request_id(req.get("request_id"))
         fed = validate_federated(req)
+        self._check_recipe(fed["spec"])
         for i, d in enumerate(fed["client_datasets"]):
             self._require_dataset(f"client_datasets[{i}]", d)
         self._require_dataset("spec.dataset", fed["spec"]["dataset"])
@@ -288,6 +300,7 @@ class CoordinatorService:
         rid = validate_request_id(request_id)
         base = self._record(check_id("base_adapter_id", base_adapter_id))
         spec = validate_task_spec(spec, defaults={"family": base.family, "base_model": base.base_model or ""})
+        self._check_recipe(spec)
         if spec["family"] != base.family:
             raise InvalidArgument("spec.family", f"must be the base adapter's family {base.family!r}")
         if base.projection_seed is not None and spec["lori"]["projection_seed"] != base.projection_seed:
