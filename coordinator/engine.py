@@ -132,6 +132,7 @@ class Engine:
         self._active: dict[str, threading.Thread] = {}
         self._cv = threading.Condition()
         self._events_cv = threading.Condition()
+        self._event_counts: dict[str, int] = {}
         self._dispatcher: threading.Thread | None = None
         from .programs import PROGRAMS
 
@@ -177,15 +178,26 @@ class Engine:
     def append_event(self, job_id: str, type: str, **kw):
         ev = self.state.append_event(job_id, type, **kw)
         with self._events_cv:
+            self._event_counts[job_id] = ev.index + 1
             self._events_cv.notify_all()
         return ev
+
+    def event_count(self, job_id: str) -> int:
+        """A job's number of events (in memory once known; watchers wait on it without the database)."""
+        n = self._event_counts.get(job_id)
+        if n is None:
+            n = self.state.get_job(job_id).event_count
+            with self._events_cv:
+                n = self._event_counts.setdefault(job_id, n)
+        return n
 
     def wait_events(self, job_id: str, known: int, timeout: float) -> None:
         """Block until job `job_id` has more than `known` events, or `timeout` passes."""
         deadline = time.monotonic() + timeout
+        self.event_count(job_id)
         with self._events_cv:
             while not self.stopping.is_set():
-                if self.state.get_job(job_id).event_count > known:
+                if self._event_counts.get(job_id, 0) > known:
                     return
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -204,7 +216,7 @@ class Engine:
         if not created:
             return stored
         with self._events_cv:
-            self._events_cv.notify_all()
+            self._event_counts[job.job_id] = stored.event_count
         with self._cv:
             self._queue.append(job.job_id)
             self._cv.notify()
