@@ -172,10 +172,13 @@ class LoriLinear(nn.Module):
         out = self.base(x)
         if self.mode == "frozen" and self.lori_B_base is None:
             return out
-        b = self.effective_b()
         dtype = out.dtype
+        # s folded into the small (d_out, r) B and the add fused into one GEMM: no extra pass over
+        # the (..., d_out) activations for the scaling or the residual add, forward or backward
+        b = (self.effective_b() * self.scaling).to(dtype)  # (d_out, r)
         z = F.linear(x.to(dtype), self.lori_A.to(dtype))  # (..., r)
-        return out + self.scaling * F.linear(z, b.to(dtype))  # (..., d_out)
+        flat = torch.addmm(out.reshape(-1, self.out_features), z.reshape(-1, self.rank), b.t())  # (N, d_out)
+        return flat.view(out.shape)
 
     def extra_repr(self) -> str:
         nnz = self.lori_values.numel() if self.mode == "sparse" else None

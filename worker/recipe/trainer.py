@@ -349,7 +349,6 @@ class LoriRecipe:
         self,
         train_examples: Sequence[dict],
         eval_examples: Sequence[dict] | None = None,
-        *,
         checkpoint_every: int = 0,
         save_checkpoint: SaveFn | None = None,
         resume_from: bytes | None = None,
