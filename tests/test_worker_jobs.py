@@ -46,8 +46,11 @@ def _wait_for(runner, job_id, predicate, timeout=120):
 def test_two_tasks_in_parallel_then_continual(env, tiny_recipe_config):
     store, runner = env
     specs = {
-        "job-copy-a": JobSpec(recipe=tiny_recipe_config(task="copy-a"), dataset="copy", checkpoint_every=4),
-        "job-copy-b": JobSpec(recipe=tiny_recipe_config(task="copy-b", seed=1), dataset="copy", export_peft=True),
+        # long enough dense phases that both overlap even when a worker process must start first
+        "job-copy-a": JobSpec(recipe=tiny_recipe_config(task="copy-a", dense_steps=150), dataset="copy",
+                              checkpoint_every=50),
+        "job-copy-b": JobSpec(recipe=tiny_recipe_config(task="copy-b", seed=1, dense_steps=150), dataset="copy",
+                              export_peft=True),
     }
     for job_id, spec in specs.items():
         runner.submit(job_id, spec)
