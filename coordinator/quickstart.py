@@ -28,6 +28,8 @@ from pathlib import Path
 FAMILY = "quickstart"
 SEED = 1234
 WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree"]
+FRENCH = {"red": "rouge", "blue": "bleu", "green": "vert", "cat": "chat", "dog": "chien", "sun": "soleil",
+          "moon": "lune", "tree": "arbre"}
 CAPITALS = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
             ("Japan", "Tokyo"), ("Egypt", "Cairo"), ("Peru", "Lima"), ("Kenya", "Nairobi"),
             ("Norway", "Oslo"), ("Poland", "Warsaw"), ("Greece", "Athens"), ("Cuba", "Havana"),
@@ -50,12 +52,12 @@ def make_datasets(n_train: int, n_eval: int) -> dict[str, tuple[list[dict], list
         c, cap = rng.choice(CAPITALS)
         return {"prompt": f"capital of {c} =", "response": f" {cap}"}
 
-    def upper():
-        w = [rng.choice(WORDS) for _ in range(2)]
-        return {"prompt": f"upper: {' '.join(w)} =", "response": f" {' '.join(w).upper()}"}
+    def french():
+        w = rng.choice(WORDS)
+        return {"prompt": f"french: {w} =", "response": f" {FRENCH[w]}"}
 
     out = {}
-    for name, gen in (("arith", arith), ("reverse", reverse), ("capital", capital), ("upper", upper)):
+    for name, gen in (("arith", arith), ("reverse", reverse), ("capital", capital), ("french", french)):
         train = [gen() for _ in range(n_train)]
         out[name] = (train, train[:n_eval])
     return out
@@ -135,10 +137,10 @@ def plot(scores: dict[str, dict[str, float]], path: Path, title: str) -> None:
         ax.bar([x + (i - 1) * width for x in range(len(tasks))], [0 if v != v else v for v in vals], width,
                label=col)
     ax.set_xticks(range(len(tasks)), tasks)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.2)
     ax.set_ylabel("exact match")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="upper center", ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 if "ALREADY_EXISTS" not in str(getattr(exc, "code", lambda: "")()):
                     raise
 
-        def spec(task: str):
+        def spec(task: str, steps: int = steps, lr: float = lr):
             return t.TaskSpec(base_model=str(model), task=task, family=FAMILY, dataset=task,
                               lori=t.LoriParams(rank=rank, alpha=2.0 * rank, projection_seed=SEED, sparsity=0.9),
                               training=t.TrainingParams(dense_steps=steps, sparse_steps=steps, dense_lr=lr,
@@ -213,17 +215,19 @@ def main(argv: list[str] | None = None) -> int:
         merged = api.Merge(pb.MergeRequest(adapter_ids=adapters, method="sum_b", task="merged"))
         print(f"merged (sum_b, exact) -> {merged.adapter_id} ({merged.kind}, tasks {list(merged.tasks)})", flush=True)
 
-        print("continual update: 'upper' on top of the merge, earlier masks protected, gated ...", flush=True)
+        # A gentler run than the initial tasks (half the steps and learning rate): the earlier tasks'
+        # coordinates are frozen, but the new ones still shift shared activations.
+        print("continual update: 'french' on top of the merge, earlier masks protected, gated ...", flush=True)
         cjob = api.ContinualUpdate(pb.ContinualUpdateRequest(
-            base_adapter_id=merged.adapter_id, spec=spec("upper"), gate=t.Gate(enabled=True, max_drop=0.25),
+            base_adapter_id=merged.adapter_id, spec=spec("french", max(4, steps // 2), lr / 2), gate=t.Gate(enabled=True, max_drop=0.25),
             promote_to="production", request_id=f"qs-continual-{out}"))
-        final = api.watch([cjob.job_id], {cjob.job_id: "upper"})[cjob.job_id]
+        final = api.watch([cjob.job_id], {cjob.job_id: "french"})[cjob.job_id]
         if final.state != t.JOB_STATE_SUCCEEDED:
             raise SystemExit(f"continual update failed: {final.error}")
         res = json.loads(final.result_json)
         scores = {task: {"single": _em(single[task]), "merged": _em(res["before"].get(task, {})),
                          "after update": _em(res["after"].get(task, {}))} for task in tasks}
-        scores["upper"] = {"single": float("nan"), "merged": float("nan"), "after update": _em(dict(final.metrics))}
+        scores["french"] = {"single": float("nan"), "merged": float("nan"), "after update": _em(dict(final.metrics))}
         elapsed = time.monotonic() - t0
         print()
         print(f"{'task':10} {'single':>8} {'merged':>8} {'after update':>13}")

@@ -16,7 +16,7 @@ def test_quickstart_tiny(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "after update" in out.stdout and "merged (sum_b, exact)" in out.stdout
     report = json.loads((tmp_path / "qs" / "quickstart_report.json").read_text())
-    assert set(report["scores"]) == {"arith", "reverse", "capital", "upper"}
+    assert set(report["scores"]) == {"arith", "reverse", "capital", "french"}
     assert len(report["adapters"]) == 3 and report["merged"].startswith("merge-")
     cont = report["continual"]
     assert set(cont["before"]) == {"arith", "reverse", "capital"} and cont["gate"]["enabled"]
