@@ -3,7 +3,8 @@
     python bench/api.py [--clients 200] [--rate 600] [--duration 5] [--watchers 100] [--json]
 
 Starts a coordinator (`lori serve --executor simulated`: training is faked, so this measures the
-API, the state store and the engine, not training) on a loopback port, then:
+API, the state store and the engine, not training) on a loopback port, then (the simulated jobs
+run inside the coordinator process, unlike real ones on Ray; `--max-active` bounds them):
 
 1. `--clients` asyncio clients submit open-loop at `--rate` submissions/s in total for
    `--duration` s (each client sends every clients/rate s; a late client sends at once);
@@ -190,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--watch-timeout", type=float, default=120.0)
     p.add_argument("--channels", type=int, default=8, help="client HTTP/2 connections shared by the clients")
     p.add_argument("--address", default=None, help="use a running coordinator (token: bench-token)")
-    p.add_argument("--max-active", type=int, default=16, help="the server's max_active_jobs (simulated jobs)")
+    p.add_argument("--max-active", type=int, default=2,
+                   help="the server's max_active_jobs (simulated jobs run inside the coordinator process)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     proc = None

@@ -124,6 +124,7 @@ def cmd_serve(args) -> int:
     from .server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.setswitchinterval(0.0005)  # short GIL slices: RPC handlers are not starved by job threads
     flags = {"host": args.host, "port": args.port, "store_url": args.store, "db": args.db,
              "ray_address": args.ray_address, "executor": args.executor, "max_active_jobs": args.max_active_jobs,
              "export_root": args.export_root}
