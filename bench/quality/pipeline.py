@@ -117,12 +117,12 @@ class Bench:
                 result = scoring.task_score(texts, test)
                 result["samples"] = [{"prompt": e.prompt, "output": o} for e, o in list(zip(test, texts, strict=True))[:3]]
                 out[task] = result
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         self.timings["eval_s"] += seconds
-        self.timings["eval_cpu_s"] += time.process_time() - cpu_start
+        self.timings["eval_cpu_s"] += cpu
         self.details["eval"][label] = {t: {k: v for k, v in r.items()} for t, r in out.items()}
         scores = ", ".join(f"{t}={r['score']:.2f}" for t, r in out.items())
-        self.log(f"{self._elapsed()} eval {label}: {scores} ({seconds:.1f}s)")
+        self.log(f"{self._elapsed()} eval {label}: {scores} ({seconds:.1f}s wall, {cpu:.1f}s cpu)")
         return out
 
     def _trained(self, label: str, trained: methods.Trained) -> methods.Trained:
@@ -132,11 +132,13 @@ class Bench:
         self.details["train"][label] = stats
         self.log(
             f"{self._elapsed()} train {label}: loss {stats['loss_first']:.3f} -> {stats['loss_last']:.3f}, "
-            f"{stats['trainable']} trainable, {stats['seconds']:.1f}s"
+            f"{stats['trainable']} trainable, {stats['seconds']:.1f}s wall, {stats['cpu_seconds']:.1f}s cpu"
         )
         return trained
 
     def deltas(self, adapter) -> Iterable:
+        if not isinstance(adapter, methods.LoraAdapter):
+            self.cache.check(adapter)  # the cached A must be the A the adapter was trained against
         return methods.deltas(adapter, self.cache)
 
     # ------------------------------------------------------------------- stages
