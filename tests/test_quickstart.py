@@ -22,3 +22,19 @@ def test_quickstart_tiny(tmp_path):
     assert set(cont["before"]) == {"arith", "reverse", "capital"} and cont["gate"]["enabled"]
     png = tmp_path / "qs" / "quickstart_scores.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quickstart_eval_splits_are_held_out():
+    """Every task's eval split is deterministic and disjoint from its training split (no memorisation)."""
+    from coordinator.quickstart import make_datasets
+
+    for n_train, n_eval in ((32, 8), (96, 20)):  # --tiny and the real run
+        data = make_datasets(n_train, n_eval)
+        assert data == make_datasets(n_train, n_eval)
+        assert set(data) == {"arith", "reverse", "capital", "french"}
+        for task, (train, ev) in data.items():
+            assert len(train) == n_train and len(ev) == n_eval, task
+            eval_prompts = {r["prompt"] for r in ev}
+            assert len(eval_prompts) == n_eval, task  # distinct eval examples
+            assert not eval_prompts & {r["prompt"] for r in train}, task
+            # capital/french: one prompt per country/word, so the held-out entities are unseen too
