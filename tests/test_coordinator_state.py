@@ -1,6 +1,7 @@
 """Contract test of `StateStore`, run against every implementation."""
 
 import threading
+import time
 
 import pytest
 
@@ -105,4 +106,21 @@ def test_sqlite_survives_reopen(tmp_path):
     s.close()
     s2 = SqliteState(tmp_path / "db.sqlite")
     assert s2.get_job("job-1").event_count == 1 and s2.events("job-1")[0].message == "hello"
+    s2.close()
+
+
+def test_sqlite_checkpoints_the_wal_in_the_background(tmp_path):
+    """Commits never run SQLite's auto-checkpoint (an fsync stall); a background thread does it."""
+    s = SqliteState(tmp_path / "db.sqlite", checkpoint_s=0.05)
+    assert s._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    for i in range(200):
+        s.create_job(_job(i))
+    deadline = time.monotonic() + 10
+    while not (s.last_checkpoint and s.last_checkpoint[1] > 0 and s.last_checkpoint[1] == s.last_checkpoint[2]):
+        assert time.monotonic() < deadline, s.last_checkpoint
+        time.sleep(0.02)
+    s.close()
+    assert not (tmp_path / "db.sqlite-wal").exists()  # fully checkpointed on close
+    s2 = SqliteState(tmp_path / "db.sqlite")
+    assert len(s2.list_jobs(limit=500)[0]) == 200
     s2.close()
