@@ -56,3 +56,12 @@ def test_other_seeds_differ():
     a, _ = tasks.split("arith", 50, 10, seed=0)
     b, _ = tasks.split("arith", 50, 10, seed=1)
     assert [e.key for e in a] != [e.key for e in b]
+
+
+def test_retention_skips_tasks_that_were_not_learned():
+    merged = {"safety": 0.9, "arith": 0.1}
+    single = {"safety": 1.0, "arith": 0.025}
+    base = {"safety": 0.5, "arith": 0.0}
+    r = scoring.retention(merged, single, base)
+    assert r["per_task"] == {"safety": 0.9} and r["excluded"] == ["arith"] and r["mean"] == 0.9
+    assert scoring.retention({"a": 0.0}, {"a": 0.0})["mean"] is None

@@ -41,7 +41,7 @@ class BenchConfig:
     stages: tuple[str, ...] = STAGES
     n_train: int = 400
     n_test: int = 40
-    steps: int = 20
+    steps: int = 40
     lr: float = 2e-3
     batch_size: int = 8
     rank: int = 16
@@ -220,7 +220,9 @@ class Bench:
         for method, scores in merged.items():
             ref = disjoint_single if method == "lori-bsum" else single[reference[method]]
             retention[method] = scoring.retention(
-                {t: scores[t]["score"] for t in cfg.tasks}, {t: ref[t]["score"] for t in cfg.tasks}
+                {t: scores[t]["score"] for t in cfg.tasks},
+                {t: ref[t]["score"] for t in cfg.tasks},
+                {t: self.base_scores[t]["score"] for t in cfg.tasks},
             )
             retention[method]["reference"] = "lori-s-disjoint" if method == "lori-bsum" else reference[method]
         return merged, retention, disjoint_single

@@ -108,7 +108,20 @@ def task_score(outputs: Sequence[str], examples: Sequence[Example]) -> dict:
     }
 
 
-def retention(merged: dict[str, float], single: dict[str, float]) -> dict:
-    """Retention ratio: mean over tasks of merged / single (tasks whose single score is 0 are skipped)."""
-    ratios = {t: merged[t] / single[t] for t in merged if single.get(t, 0.0) > 0}
-    return {"per_task": ratios, "mean": sum(ratios.values()) / len(ratios) if ratios else None}
+def retention(
+    merged: dict[str, float], single: dict[str, float], base: dict[str, float] | None = None, min_gain: float = 0.05
+) -> dict:
+    """Retention ratio: mean over tasks of merged / single.
+
+    Tasks whose single-task adapter did not beat the base model by ``min_gain`` (nothing learned,
+    so nothing to retain: the ratio would be noise over a near-zero denominator) or whose single
+    score is 0 are left out and listed in ``excluded``.
+    """
+    base = base or {}
+    kept = {t for t in merged if single.get(t, 0.0) > 0 and single[t] - base.get(t, 0.0) >= min_gain}
+    ratios = {t: merged[t] / single[t] for t in merged if t in kept}
+    return {
+        "per_task": ratios,
+        "mean": sum(ratios.values()) / len(ratios) if ratios else None,
+        "excluded": sorted(set(merged) - kept),
+    }

@@ -64,17 +64,17 @@ def _arith_item(rng: random.Random) -> Example:
     kind = rng.choice(("add", "sub", "mul", "div"))
     name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
     if kind == "add":
-        a, b = rng.randint(2, 60), rng.randint(2, 60)
+        a, b = rng.randint(2, 20), rng.randint(2, 20)
         prompt, answer = f"{name} has {a} {item}s and gets {b} more. How many {item}s does {name} have now?", a + b
     elif kind == "sub":
-        a = rng.randint(10, 90)
+        a = rng.randint(6, 30)
         b = rng.randint(1, a - 1)
         prompt, answer = f"{name} had {a} {item}s and gave away {b}. How many {item}s are left?", a - b
     elif kind == "mul":
-        a, b = rng.randint(2, 12), rng.randint(2, 12)
+        a, b = rng.randint(2, 9), rng.randint(2, 9)
         prompt, answer = f"{name} buys {a} boxes with {b} {item}s in each box. How many {item}s is that?", a * b
     else:
-        b, q = rng.randint(2, 9), rng.randint(2, 12)
+        b, q = rng.randint(2, 5), rng.randint(2, 9)
         a = b * q
         prompt, answer = f"{name} shares {a} {item}s equally among {b} friends. How many {item}s does each friend get?", q
     key = f"{kind}|{name}|{item}|{a}|{b}"
