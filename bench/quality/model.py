@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from worker.recipe.data import IGNORE, collate
+
 from .tasks import Example
 
 SYSTEM = "Answer briefly."
-IGNORE = -100
 
 
 @dataclass
@@ -84,19 +85,6 @@ class Base:
     def fresh(self) -> nn.Module:
         """A trainable-free deep copy of the base model (for one training run)."""
         return copy.deepcopy(self.model)
-
-
-def collate(items: Sequence[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids / attention_mask / labels, each (batch, T)."""
-    width = max(len(ids) for ids, _ in items)
-    ids = torch.full((len(items), width), pad, dtype=torch.long)
-    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
-    attn = torch.zeros((len(items), width), dtype=torch.long)
-    for row, (i, lab) in enumerate(items):
-        ids[row, : len(i)] = torch.tensor(i)
-        labels[row, : len(lab)] = torch.tensor(lab)
-        attn[row, : len(i)] = 1
-    return {"input_ids": ids, "attention_mask": attn, "labels": labels}
 
 
 @dataclass(frozen=True)
