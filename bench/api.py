@@ -51,10 +51,11 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-def start_server(tmp: Path, port: int, max_active: int = 16) -> subprocess.Popen:
+def start_server(tmp: Path, port: int, max_active: int = 16, workers: int = 400,
+                 sim_step_s: float = 0.01) -> subprocess.Popen:
     cfg = tmp / "bench.yaml"
-    cfg.write_text(f"executor: simulated\nsim_steps: 3\nsim_step_s: 0.01\nmax_active_jobs: {max_active}\n"
-                   f"max_workers: 400\nstore_url: {tmp / 'store'}\ndb: {tmp / 'state.db'}\n")
+    cfg.write_text(f"executor: simulated\nsim_steps: 3\nsim_step_s: {sim_step_s}\nmax_active_jobs: {max_active}\n"
+                   f"max_workers: {workers}\nstore_url: {tmp / 'store'}\ndb: {tmp / 'state.db'}\n")
     env = {**os.environ, "LORI_AUTH_TOKENS": TOKEN, "PYTHONPATH": str(ROOT)}
     log = open(tmp / "server.log", "wb")
     return subprocess.Popen([sys.executable, "-m", "coordinator.cli", "serve", "--config", str(cfg),
@@ -193,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--address", default=None, help="use a running coordinator (token: bench-token)")
     p.add_argument("--max-active", type=int, default=2,
                    help="the server's max_active_jobs (simulated jobs run inside the coordinator process)")
+    p.add_argument("--server-workers", type=int, default=400, help="the server's gRPC thread pool size")
+    p.add_argument("--sim-step-s", type=float, default=0.01,
+                   help="seconds per simulated training step (larger: fewer fake jobs use the coordinator's CPU)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     proc = None
@@ -200,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.address is None:
             port = _free_port()
             args.address = f"127.0.0.1:{port}"
-            proc = start_server(Path(tmp), port, args.max_active)
+            proc = start_server(Path(tmp), port, args.max_active, args.server_workers, args.sim_step_s)
         try:
             asyncio.run(wait_ready(args.address))
             res = asyncio.run(run(args))
