@@ -10,39 +10,15 @@ import torch
 from peft import PeftModel
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load as st_load
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from lori import Adapter, AdapterMeta, Segment, apply_adapter, find_targets
 from lori.layer import linear_shape
+from lori.merge import concat_merge
 from lori.peft_export import CONFIG_NAME, WEIGHTS_NAME, export_peft, export_peft_bytes, peft_state
-
-try:
-    from lori.merge import concat_merge
-except ImportError:  # merge not landed yet: stack segments directly (same A_cat / B_cat rule)
-    concat_merge = None
+from tests.lori_models import tiny_gpt2, tiny_llama
 
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 GPT2_TARGETS = ("c_attn", "c_proj", "c_fc")
-
-
-def tiny_llama() -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=128,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
-def tiny_gpt2() -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=128, n_positions=64, bos_token_id=0, eos_token_id=0)
-    return GPT2LMHeadModel(config).eval()
 
 
 def random_adapter(model, targets, seed: int, rank: int = 4, density: float | None = 0.3) -> Adapter:
@@ -60,24 +36,6 @@ def random_adapter(model, targets, seed: int, rank: int = 4, density: float | No
         base_model="tiny", segments=(Segment(seed, rank),), alpha=8.0, target_modules=targets, task=f"t{seed}"
     )
     return Adapter(meta, b, in_features, None if density is None else masks)
-
-
-def stack_segments(adapters: list[Adapter], weights: list[float]) -> Adapter:
-    """Concat merge built by hand: A_cat = [A_1; A_2], B_cat = [w_t s_t B_t], alpha = Σ r_t."""
-    if concat_merge is not None:
-        return concat_merge(adapters, weights)
-    rank = sum(a.rank for a in adapters)
-    names = sorted(adapters[0].b)
-    b = {n: torch.cat([w * a.meta.scaling * a.b[n] for w, a in zip(weights, adapters, strict=True)], dim=1) for n in names}
-    masks = {n: torch.cat([a.masks[n] for a in adapters], dim=1) for n in names}
-    meta = AdapterMeta(
-        base_model="tiny",
-        segments=tuple(s for a in adapters for s in a.meta.segments),
-        alpha=float(rank),
-        target_modules=adapters[0].meta.target_modules,
-        kind="merge-concat",
-    )
-    return Adapter(meta, b, dict(adapters[0].in_features), masks)
 
 
 def logits(model, ids) -> torch.Tensor:
@@ -110,7 +68,7 @@ def test_concat_merge_logits(family, tmp_path):
     base, targets = (tiny_llama(), LLAMA_TARGETS) if family == "llama" else (tiny_gpt2(), GPT2_TARGETS)
     first = random_adapter(base, targets, seed=11, rank=4)
     second = random_adapter(base, targets, seed=12, rank=6)
-    merged = stack_segments([first, second], [0.7, 0.3])
+    merged = concat_merge([first, second], [0.7, 0.3])
     assert merged.rank == 10 and len(merged.meta.segments) == 2
     check_peft_matches(base, merged, tmp_path)
     config, _ = peft_state(merged)
@@ -134,5 +92,5 @@ def test_config_and_bytes():
     name = "transformer.h.0.attn.c_attn"
     torch.testing.assert_close(tensors[f"base_model.model.{name}.lora_A.weight"], adapter.projection(name))
     assert torch.equal(tensors[f"base_model.model.{name}.lora_B.weight"], adapter.b[name])
-    assert tensors[f"base_model.model.{name}.lora_B.weight"].shape == (192, 4)
+    assert tensors[f"base_model.model.{name}.lora_B.weight"].shape == (3 * base.config.n_embd, 4)  # Conv1D: (d_out, r)
     assert peft_state(random_adapter(tiny_llama(), LLAMA_TARGETS, seed=5))[0]["fan_in_fan_out"] is False
