@@ -7,7 +7,7 @@ with ``A`` regenerated from the config's seed, and freezes every base parameter.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -50,16 +50,9 @@ def find_targets(model: nn.Module, targets: Sequence[str] | str) -> list[str]:
     return names
 
 
-def iter_lori_layers(model: nn.Module) -> Iterator[tuple[str, LoriLinear]]:
-    """(name, layer) for every LoRI layer, by the name of the module it replaced."""
-    for name, module in model.named_modules():
-        if isinstance(module, LoriLinear):
-            yield name, module
-
-
 def lori_layers(model: nn.Module) -> dict[str, LoriLinear]:
-    """Every LoRI layer of ``model`` by module name."""
-    return dict(iter_lori_layers(model))
+    """Every LoRI layer of ``model``, by the name of the module it replaced."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoriLinear)}
 
 
 def inject(
