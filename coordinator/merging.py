@@ -14,19 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 
-from worker.store import Registry, read_adapter_blob
+from worker.store import Registry
 from worker.store.publish import AdapterNotFound
 
 from .errors import FailedPrecondition, InvalidArgument, NotFound
 
-ADAPTER_BLOB = "adapter.safetensors"
-
 
 def load_adapter(registry: Registry, adapter_id: str):
-    from lori.serialization import adapter_from_bytes
+    """`worker.publish.load_adapter`, with an unknown id as NotFound."""
+    from worker.publish import load_adapter as load_published
 
     try:
-        return adapter_from_bytes(read_adapter_blob(registry.store, adapter_id, ADAPTER_BLOB))
+        return load_published(registry.store, adapter_id)
     except AdapterNotFound:
         raise NotFound(f"adapter {adapter_id!r} not found") from None
 
@@ -49,6 +48,7 @@ def merge_adapters(registry: Registry, ids: list[str], weights: list[float] | No
     """Merge published adapters; publish and return the result's manifest (idempotent)."""
     from lori.merge import concat_merge, sum_merge
     from lori.serialization import adapter_to_bytes
+    from worker.publish import ADAPTER_BLOB
 
     if len(ids) < 1:
         raise InvalidArgument("adapter_ids", "at least one adapter id is required")

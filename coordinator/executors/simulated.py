@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from worker.store import Registry, Store, publish_adapter, read_adapter_blob, read_manifest
+from worker.store import Registry, Store, publish_adapter, read_manifest
 from worker.store.publish import AdapterNotFound
 
 from .base import ExecResult, ExecStatus, Executor
@@ -124,11 +124,10 @@ class SimulatedExecutor(Executor):
                                "eta_s": (self.steps - step) * self.step_s})
             if self.checkpoint_every and step % self.checkpoint_every == 0:
                 self.store.put_bytes(f"{prefix}step-{step}.json", json.dumps({"step": step}).encode())
-        from lori.serialization import adapter_from_bytes, adapter_to_bytes
+        from lori.serialization import adapter_to_bytes
+        from worker.publish import ADAPTER_BLOB, load_adapter
 
-        base = None
-        if payload.get("base_adapter_id"):
-            base = adapter_from_bytes(read_adapter_blob(self.store, payload["base_adapter_id"], "adapter.safetensors"))
+        base = load_adapter(self.store, payload["base_adapter_id"]) if payload.get("base_adapter_id") else None
         adapter = fake_adapter(spec, base)
         metrics = dict(self.metrics_fn(exec_id, spec.get("eval_dataset") or spec.get("dataset") or ""))
         manifest = {"family": spec["family"], "task": spec["task"], "kind": adapter.meta.kind,
@@ -137,7 +136,7 @@ class SimulatedExecutor(Executor):
                     "parents": [payload["base_adapter_id"]] if base is not None else [],
                     "dataset": spec.get("dataset"), "resumed_from": start}
         manifest["created_at"] = datetime.now(timezone.utc).isoformat()
-        publish_adapter(self.store, exec_id, {"adapter.safetensors": adapter_to_bytes(adapter)}, manifest)
+        publish_adapter(self.store, exec_id, {ADAPTER_BLOB: adapter_to_bytes(adapter)}, manifest)
         with self._lock:
             self.publish_count[exec_id] = self.publish_count.get(exec_id, 0) + 1
         return ExecResult(exec_id, metrics, extra={"resumed_from": start})
